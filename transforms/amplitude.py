@@ -87,8 +87,10 @@ class DeliverySettings:
       url: the full URL to POST to.
       api: ``http`` or ``batch``.
       batch_size: events per request.
-      max_requests_per_sec: client-side cap of one sender (0 = none).
-      max_events_per_sec: client-side cap of one sender (0 = none).
+      max_requests_per_sec: client-side cap of one sender, i.e. of one shard key
+        (0 = none).
+      max_events_per_sec: client-side cap of one sender, i.e. of one shard key
+        (0 = none).
       max_retry_secs: time budget of one batch's retries.
       throttle_pause_secs: pause of throttled events after a 429.
       min_id_length: sent as ``options.min_id_length`` when not 5.
@@ -128,7 +130,30 @@ def request_body(events: Sequence[dict], api_key: str, min_id_length: int) -> di
 
 
 def encode_body(body: dict) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """Compact UTF-8 JSON of a body (or of one event, for :func:`encode_request`)."""
+    return _compact_json(body)
+
+
+def _compact_json(value: object) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def encode_request(
+    encoded_events: Sequence[bytes], api_key: str, min_id_length: int
+) -> bytes:
+    """The encoded body of :func:`request_body` from events encoded one by one.
+
+    Byte for byte ``encode_body(request_body(events, ...))`` when each event was
+    encoded with :func:`encode_body`, so a sender that sizes events once can build
+    every request, and every part of a split one, without encoding them again.
+    """
+    parts = [b'{"api_key":', _compact_json(api_key), b',"events":[']
+    parts += [b",".join(encoded_events), b"]"]
+    options = request_options(min_id_length)
+    if options is not None:
+        parts += [b',"options":', _compact_json(options)]
+    parts.append(b"}")
+    return b"".join(parts)
 
 
 # Response policy: what to do with each event of a request after Amplitude's answer.
@@ -160,7 +185,7 @@ DEAD_LETTER_KINDS = (
     UNEXPECTED_ERROR,
 )
 
-# Statuses that are retried with backoff: Amplitude's timeout and server errors.
+# Statuses with a row of their own in the decision table (besides 200, 400 and 5xx).
 REQUEST_TIMEOUT = 408
 PAYLOAD_TOO_LARGE = 413
 TOO_MANY_REQUESTS = 429
@@ -175,8 +200,9 @@ _SILENCED_EVENTS = "silenced_events"
 # Longest piece of an answer's text a reason quotes: enough for Amplitude's error
 # messages, short enough that a large error page cannot flood logs or dead letters.
 _MAX_QUOTED_CHARS = 200
-_INVALID_API_KEY = "invalid api key"
-EU_HINT = (
+# Amplitude's error for a key it does not know begins so and goes on with the key.
+_INVALID_API_KEY = "Invalid API key"
+_EU_HINT = (
     "check the key; a project in Amplitude's EU data center needs --amplitude_region eu"
 )
 
@@ -251,9 +277,11 @@ def decide(
     those and resends the rest; 400 listing none, 401, 403 and other 4xx reject the
     batch; 413 splits it (a single event is rejected); 429 pauses the throttled
     events, resends the others at once and rejects the events of ids over their
-    daily quota; 408, 5xx, timeouts and connection errors back off. Reasons never
-    quote more of the answer than its ``error`` field, and never the rest of an
-    ``Invalid API key`` error, which echoes the key.
+    daily quota; 408, 5xx, timeouts and connection errors back off; any other
+    status rejects the batch. Reasons quote of the answer only its ``error`` and
+    ``missing_field`` and the field names it lists, each on one line and cut to 200
+    characters, and never the rest of an ``Invalid API key`` error, which echoes
+    the key.
     """
     count = len(events)
     every = tuple(range(count))
@@ -261,7 +289,8 @@ def decide(
     if status is None:
         summary = f"no answer from Amplitude ({_quote(error) or 'unknown error'})"
         return Decision(None, summary, backoff=every)
-    summary = _summary(status, fields)
+    error = _answer_error(status, fields)
+    summary = f"{status} {error}"
     if 200 <= status < 300:
         return Decision(status, summary, delivered=every)
     if status == REQUEST_TIMEOUT or 500 <= status < 600:
@@ -279,7 +308,7 @@ def decide(
         if listed:
             return _partly_rejected(status, summary, listed, count)
     if 400 <= status < 500:
-        reason = _batch_reason(status, summary, fields)
+        reason = _batch_reason(summary, error, fields)
         return Decision(
             status, summary, rejected=_reject(every, REJECTED_BATCH, reason)
         )
@@ -297,21 +326,23 @@ def _quote(text: object) -> str:
     return line
 
 
-def _summary(status: int, fields: Mapping) -> str:
+def _answer_error(status: int, fields: Mapping) -> str:
+    """The answer's error (else the status's name), without an echoed key."""
     error = _quote(fields.get("error"))
-    if error.lower().replace("_", " ").startswith(_INVALID_API_KEY):
-        error = "Invalid API key"
-    if not error:
-        try:
-            error = http.HTTPStatus(status).phrase
-        except ValueError:
-            error = "unknown status"
-    return f"{status} {error}"
+    normalized = error.lower().replace("_", " ")
+    if normalized.startswith(_INVALID_API_KEY.lower()):
+        return _INVALID_API_KEY
+    if error:
+        return error
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "unknown status"
 
 
-def _batch_reason(status: int, summary: str, fields: Mapping) -> str:
-    if summary == f"{status} Invalid API key":
-        return f"Amplitude rejected the API key ({summary}); {EU_HINT}"
+def _batch_reason(summary: str, error: str, fields: Mapping) -> str:
+    if error == _INVALID_API_KEY:
+        return f"Amplitude rejected the API key ({summary}); {_EU_HINT}"
     missing = _quote(fields.get("missing_field"))
     if missing:
         summary = f"{summary}: {missing}"
