@@ -1,10 +1,11 @@
 """Dead letters: one record shape for every stage, and its file and Pub/Sub forms.
 
-A message that cannot be read, parsed, mapped or delivered becomes a :class:`DeadLetter`
-that keeps the original message. It is written as a JSON line (bounded runs) or published
-to a dead-letter topic with the original bytes as data (streaming runs); both forms are
-read back by the job once the cause is fixed (``--input_format dead_letter`` for files, the
-job's usual format for a subscription on the topic).
+A message that cannot be read, parsed, mapped or delivered becomes a
+:class:`DeadLetter` that keeps the original message. It is written as a JSON line
+(bounded runs) or published to a dead-letter topic with the original bytes as data
+(streaming runs); both forms are read back by the job once the cause is fixed
+(``--input_format dead_letter`` for files, the job's usual format for a subscription on
+the topic).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ _LOGGER = logging.getLogger(__name__)
 
 STAGES = ("read", "parse", "map", "deliver")
 MAX_REASON_BYTES = 1000
-# Attributes the job sets on a dead-letter message; ignored when the message is read back.
+# Attributes the job sets on a dead-letter message; ignored when it is read back.
 DEAD_LETTER_ATTRIBUTES = ("stage", "reason", "status", "failed_at")
 MASK = "***"
 
@@ -66,9 +67,10 @@ def clean_reason(reason: str, secrets: Iterable[str] = ()) -> str:
     for secret in secrets:
         if secret:
             reason = reason.replace(secret, MASK)
-    encoded = reason.encode("utf-8")
-    if len(encoded) <= MAX_REASON_BYTES:
-        return reason
+    # "replace" turns a lone surrogate (from a decoder's error text) into "?", so that
+    # the reason is always writable as UTF-8.
+    encoded = reason.encode("utf-8", errors="replace")
+    # Cutting may split the last character; "ignore" drops its partial bytes.
     return encoded[:MAX_REASON_BYTES].decode("utf-8", errors="ignore")
 
 
@@ -156,7 +158,9 @@ def message_from_record_line(line: bytes) -> RawMessage:
     payload, encoding = record["payload"], record.get("payload_encoding", "utf-8")
     attributes = record.get("attributes")
     if attributes is not None and not isinstance(attributes, dict):
-        raise InvalidDeadLetterRecord("not a dead-letter record: attributes not an object")
+        raise InvalidDeadLetterRecord(
+            "not a dead-letter record: attributes not an object"
+        )
     attributes = without_dead_letter_attributes(attributes)
     if encoding == "json":
         data = json.dumps(payload, ensure_ascii=False).encode("utf-8")

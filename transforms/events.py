@@ -9,9 +9,10 @@ Each exposure yields one event per chosen mode:
 - ``event``: one custom event (``--exposure_event_type``) that carries the ids as event
   properties and sets the same user properties as ``identify`` in the same event.
 
-Every event gets a deterministic ``insert_id`` so that a redelivered or retried exposure is
-deduplicated by Amplitude, and its ids are checked against Amplitude's id rules before
-anything is sent: an exposure Amplitude would reject is refused here with a reason.
+Every event gets a deterministic ``insert_id`` so that a redelivered or retried exposure
+is deduplicated by Amplitude, and its ids are checked against Amplitude's id rules
+before anything is sent: an exposure Amplitude would reject is refused here with a
+reason.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ class MappingSettings:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class OutboundEvent:
-    """An Amplitude event on its way, with the message it came from (for dead letters)."""
+    """An Amplitude event on its way, with its message (for dead letters)."""
 
     event: dict
     message: RawMessage

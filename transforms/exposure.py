@@ -1,11 +1,12 @@
 """Kameleoon exposure messages: the raw envelope, the validated model and its parsers.
 
-An exposure arrives as bytes (a Pub/Sub message's data or a line of a file) and is parsed
-here into an :class:`Exposure`, or rejected with an :class:`InvalidExposure` whose reason
-says in plain words what is wrong. Nothing here touches Beam, so every rule is testable as
-a plain function. The rules are those of the job's contract: JSON objects or schemaless
-Avro datums of ``schemas/exposure.avsc``, ids as integers or ASCII digit strings,
-timestamps in epoch milliseconds or RFC 3339 with an offset, and no unit ever guessed.
+An exposure arrives as bytes (a Pub/Sub message's data or a line of a file) and is
+parsed here into an :class:`Exposure`, or rejected with an :class:`InvalidExposure`
+whose reason says in plain words what is wrong. Nothing here touches Beam, so every rule
+is testable as a plain function. The rules are those of the job's contract: JSON
+objects or schemaless Avro datums of ``schemas/exposure.avsc``, ids as integers or ASCII
+digit strings, timestamps in epoch milliseconds or RFC 3339 with an offset, and no unit
+ever guessed.
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ MAX_VISITOR_CODE_LENGTH = 255
 MIN_TIMESTAMP_MS = 100_000_000_000
 MAX_TIMESTAMP_MS = 9_999_999_999_999
 MAX_ID = (1 << 63) - 1
+MIN_ID = -(1 << 63)
 
+# ASCII digits only (``\d`` would match other scripts' digits); no trailing newline.
 _RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
-    r"([Zz]|[+-]\d{2}:\d{2})$"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})"
+    r"(?:\.([0-9]+))?([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
 _SCHEMA_ENCODING_ATTRIBUTE = "googclient_schemaencoding"
 
@@ -102,7 +105,8 @@ def parse_message(
       message: the message as received.
       input_format: ``json``, ``avro`` or ``dead_letter`` (a message read back from a
         dead letter: a JSON object is read as JSON, anything else as an Avro datum).
-      writer_schema: the schema Avro datums were written with (default: the shipped one).
+      writer_schema: the schema Avro datums were written with (default: the shipped
+        one).
       reader_schema: the shipped schema, which the writer schema resolves to.
 
     Raises:
@@ -183,10 +187,11 @@ def _decode_avro(
             f"not an Avro datum of the exposure schema: {type(error).__name__}: "
             f"{_short(str(error))}"
         ) from None
-    if stream.tell() != len(data):
+    left_over = len(data) - stream.tell()
+    if left_over:
         raise InvalidExposure(
-            f"not an Avro datum of the exposure schema: {len(data) - stream.tell()} "
-            "bytes left over after the record"
+            f"not an Avro datum of the exposure schema: {left_over} "
+            f"{'byte' if left_over == 1 else 'bytes'} left over after the record"
         )
     if not isinstance(record, dict):
         raise InvalidExposure("not an Avro record")
@@ -210,15 +215,17 @@ def exposure_from_fields(fields: Mapping[str, Any]) -> Exposure:
         raise InvalidExposure("missing required field visitor_code")
     if not isinstance(visitor_code, str):
         raise InvalidExposure(
-            f"visitor_code must be a string, got a {_json_type(visitor_code)}"
+            "visitor_code must be a string, got "
+            f"{_with_article(_json_type(visitor_code))}"
         )
     if not visitor_code:
         raise InvalidExposure("visitor_code is empty")
     if len(visitor_code) > MAX_VISITOR_CODE_LENGTH:
         raise InvalidExposure(
-            f"visitor_code has {len(visitor_code)} characters; Kameleoon allows at most "
-            f"{MAX_VISITOR_CODE_LENGTH}"
+            f"visitor_code has {len(visitor_code)} characters; Kameleoon allows at "
+            f"most {MAX_VISITOR_CODE_LENGTH}"
         )
+    _check_unicode(visitor_code, "visitor_code")
     experiment_id = _parse_id(fields, "experiment_id", minimum=1)
     variation_id = _parse_id(fields, "variation_id", minimum=0)
     time_ms = _parse_timestamp(fields)
@@ -242,27 +249,37 @@ def _parse_id(fields: Mapping[str, Any], name: str, minimum: int) -> int:
     if value < minimum:
         bound = "positive" if minimum == 1 else "zero or more"
         raise InvalidExposure(f"{name} must be {bound}, got {value}")
-    if value > MAX_ID:
-        raise InvalidExposure(f"{name} is larger than a 64-bit integer")
     return value
 
 
 def _integer(value: Any, name: str) -> int:
-    """An int, or an ASCII digit string; never a bool, float or other string."""
+    """A 64-bit int, or an ASCII digit string; never a bool, float or other string."""
     if isinstance(value, bool):
         raise InvalidExposure(f"{name} must be an integer, got a boolean")
-    if isinstance(value, int):
-        return value
     if isinstance(value, float):
         raise InvalidExposure(f"{name} must be an integer, got the number {value!r}")
     if isinstance(value, str):
-        if value.isascii() and value.isdigit():
-            return int(value)
+        if not (value.isascii() and value.isdigit()):
+            raise InvalidExposure(
+                f"{name} must be an integer or a string of ASCII digits, got "
+                f"{_short(repr(value))}"
+            )
+        # Checked before int(): a digit string of thousands of digits is junk, and
+        # int() refuses very long ones with a ValueError of its own.
+        if len(value.lstrip("0")) > len(str(MAX_ID)):
+            raise _too_large(name)
+        value = int(value)
+    if not isinstance(value, int):
         raise InvalidExposure(
-            f"{name} must be an integer or a string of ASCII digits, got "
-            f"{_short(repr(value))}"
+            f"{name} must be an integer, got {_with_article(_json_type(value))}"
         )
-    raise InvalidExposure(f"{name} must be an integer, got a {_json_type(value)}")
+    if not MIN_ID <= value <= MAX_ID:
+        raise _too_large(name)
+    return value
+
+
+def _too_large(name: str) -> InvalidExposure:
+    return InvalidExposure(f"{name} does not fit in a 64-bit integer")
 
 
 def _parse_timestamp(fields: Mapping[str, Any]) -> int:
@@ -271,13 +288,22 @@ def _parse_timestamp(fields: Mapping[str, Any]) -> int:
     value = fields["timestamp"]
     if isinstance(value, str) and not (value.isascii() and value.isdigit()):
         millis = _parse_rfc3339(value)
-    else:
-        if isinstance(value, float):
+        if not MIN_TIMESTAMP_MS <= millis <= MAX_TIMESTAMP_MS:
             raise InvalidExposure(
-                "timestamp must be whole epoch milliseconds, got the number "
-                f"{value!r}"
+                f"timestamp {_short(repr(value))} is outside the accepted range "
+                f"{_format_ms(MIN_TIMESTAMP_MS)} to {_format_ms(MAX_TIMESTAMP_MS)}"
             )
-        millis = _integer(value, "timestamp")
+        return millis
+    if isinstance(value, float):
+        raise InvalidExposure(
+            f"timestamp must be whole epoch milliseconds, got the number {value!r}"
+        )
+    millis = _integer(value, "timestamp")
+    if millis < 0:
+        raise InvalidExposure(
+            f"timestamp {millis} is negative; send epoch milliseconds from "
+            f"{MIN_TIMESTAMP_MS:,} to {MAX_TIMESTAMP_MS:,}"
+        )
     if millis < MIN_TIMESTAMP_MS:
         raise InvalidExposure(
             f"timestamp {millis} is below {MIN_TIMESTAMP_MS:,}: it looks like epoch "
@@ -292,8 +318,13 @@ def _parse_timestamp(fields: Mapping[str, Any]) -> int:
     return millis
 
 
+def _format_ms(millis: int) -> str:
+    moment = datetime.datetime.fromtimestamp(millis / 1000, datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis % 1000:03d}Z"
+
+
 def _parse_rfc3339(value: str) -> int:
-    match = _RFC3339.match(value)
+    match = _RFC3339.fullmatch(value)
     if not match:
         raise InvalidExposure(
             f"timestamp {_short(repr(value))} is neither epoch milliseconds nor an "
@@ -310,11 +341,18 @@ def _parse_rfc3339(value: str) -> int:
         tz = datetime.timezone(sign * datetime.timedelta(hours=hours, minutes=minutes))
     try:
         moment = datetime.datetime(
-            int(year), int(month), int(day), int(hour), int(minute), int(second),
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            int(second),
             tzinfo=tz,
         )
     except ValueError as error:
-        raise InvalidExposure(f"timestamp {value!r} is not a valid time: {error}") from None
+        raise InvalidExposure(
+            f"timestamp {_short(repr(value))} is not a valid time: {error}"
+        ) from None
     epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
     whole_seconds = (moment - epoch) // datetime.timedelta(seconds=1)
     millis = int((fraction or "0")[:3].ljust(3, "0"))
@@ -340,14 +378,33 @@ def _optional_string(fields: Mapping[str, Any], name: str) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise InvalidExposure(f"{name} must be a string, got a {_json_type(value)}")
+        raise InvalidExposure(
+            f"{name} must be a string, got {_with_article(_json_type(value))}"
+        )
+    _check_unicode(value, name)
     return value
 
 
+def _check_unicode(value: str, name: str) -> None:
+    """Refuses lone surrogates (JSON allows ``\\ud800``), which UTF-8 cannot encode."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidExposure(
+            f"{name} contains a lone UTF-16 surrogate, which is not valid Unicode text"
+        ) from None
+
+
 def _optional_id_string(fields: Mapping[str, Any], name: str) -> str | None:
+    """An optional string or integer id; an integer becomes its decimal string."""
     value = fields.get(name)
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
+    if value is not None and not isinstance(value, str):
+        raise InvalidExposure(
+            f"{name} must be a string or an integer, got "
+            f"{_with_article(_json_type(value))}"
+        )
     return _optional_string(fields, name)
 
 
@@ -365,6 +422,12 @@ def _json_type(value: Any) -> str:
     if isinstance(value, dict):
         return "object"
     return type(value).__name__
+
+
+def _with_article(type_name: str) -> str:
+    if type_name == "null":
+        return "null"
+    return ("an " if type_name[0] in "aeiou" else "a ") + type_name
 
 
 def _short(text: str, limit: int = 80) -> str:
