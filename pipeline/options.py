@@ -156,14 +156,14 @@ class AmplitudeStreamOptions(PipelineOptions):
         delivery.add_argument(
             "--max_requests_per_sec",
             type=_non_negative_float,
-            help="Client-side cap on requests per second for the whole job, shared "
-            "out over the senders (approximate); 0 = none. Default: by plan.",
+            help="Client-side cap on requests per second of each worker process; "
+            "0 = none. Default: by plan (starter, plus: 100).",
         )
         delivery.add_argument(
             "--max_events_per_sec",
             type=_non_negative_float,
-            help="Client-side cap on events per second for the whole job, shared out "
-            "over the senders (approximate); 0 = none. Default: by plan.",
+            help="Client-side cap on events per second of each worker process; 0 = "
+            "none. Default: by plan (starter, plus: 1,000).",
         )
         delivery.add_argument(
             "--max_buffering_secs",
@@ -365,7 +365,7 @@ def resolve(options: PipelineOptions, environ: dict | None = None) -> JobConfig:
         return default if value is None else value
 
     shards = job.num_shards
-    # The caps are for the whole job; each of the num_shards senders takes its share.
+    # The caps hold for each worker process, whatever the number of shards it serves.
     max_rps = _or_plan(job.max_requests_per_sec, plan.max_requests_per_sec)
     max_eps = _or_plan(job.max_events_per_sec, plan.max_events_per_sec)
     throttle_pause = _or_plan(
@@ -390,8 +390,8 @@ def resolve(options: PipelineOptions, environ: dict | None = None) -> JobConfig:
         url=url,
         api=job.amplitude_api,
         batch_size=batch_size,
-        max_requests_per_sec=max_rps / shards,
-        max_events_per_sec=max_eps / shards,
+        max_requests_per_sec=max_rps,
+        max_events_per_sec=max_eps,
         max_retry_secs=job.max_retry_secs,
         throttle_pause_secs=throttle_pause,
         min_id_length=job.min_id_length,

@@ -196,10 +196,9 @@ class PostToAmplitudeFn(beam.DoFn):
     (``HTTPS_PROXY``, ``NO_PROXY``, ...) are honoured, as requests does by default.
 
     Rate caps: ``settings.max_requests_per_sec`` and ``max_events_per_sec`` (0 = none)
-    are the caps of one sender, that is of one shard key. Each shard key has its own
-    token buckets, shared by the instances of a process (any of its threads may get
-    the key's next batch), so the job as a whole stays within the number of shard
-    keys times the settings. Waits on the caps and on 429 pauses are counted, in
+    are the caps of one worker process. Its token buckets are shared by every
+    instance and thread of the process, whatever shard key a batch has, so a process
+    stays within the caps; a job of N worker processes within N times them. Waits on the caps and on 429 pauses are counted, in
     whole seconds, by the ``cumulativeThrottlingSeconds`` counter that Dataflow's
     autoscaler reads.
 
@@ -215,8 +214,8 @@ class PostToAmplitudeFn(beam.DoFn):
     """
 
     _metrics: ClassVar[_DeliveryMetrics] = _DeliveryMetrics()
-    # Token buckets shared by the instances of one process, by (cap, rate, shard key,
-    # clock): a test's fake clock gets buckets of its own.
+    # Token buckets shared by the instances of one process, by (cap, rate, clock): a
+    # test's fake clock gets buckets of its own.
     _buckets: ClassVar[dict[tuple, _TokenBucket]] = {}
     _buckets_lock: ClassVar[threading.Lock] = threading.Lock()
 
@@ -410,7 +409,7 @@ class PostToAmplitudeFn(beam.DoFn):
     ) -> list[tuple[float, _Chunk]]:
         """POSTs one chunk; returns the follow-ups with their delays."""
         events = [state.events[p].event for p in chunk.positions]
-        self._wait_for_rate_caps(state.shard_key, len(events))
+        self._wait_for_rate_caps(len(events))
         body = amplitude.encode_request(
             [state.encoded[p] for p in chunk.positions],
             key,
@@ -523,8 +522,8 @@ class PostToAmplitudeFn(beam.DoFn):
 
     # Rate caps and throttling time
 
-    def _wait_for_rate_caps(self, shard_key: object, events: int) -> None:
-        """Waits until the shard's token buckets allow one request of ``events``."""
+    def _wait_for_rate_caps(self, events: int) -> None:
+        """Waits until the process's token buckets allow one request of ``events``."""
         settings = self._settings
         wait = 0.0
         for cap, rate, amount in (
@@ -532,14 +531,14 @@ class PostToAmplitudeFn(beam.DoFn):
             ("events", settings.max_events_per_sec, events),
         ):
             if rate > 0:
-                bucket = self._shared_bucket(cap, rate, shard_key)
+                bucket = self._shared_bucket(cap, rate)
                 wait = max(wait, bucket.reserve(amount))
         if wait > 0:
             self._sleep(wait)
             self._add_throttling(wait)
 
-    def _shared_bucket(self, cap: str, rate: float, shard_key: object) -> _TokenBucket:
-        key = (cap, float(rate), shard_key, self._clock)
+    def _shared_bucket(self, cap: str, rate: float) -> _TokenBucket:
+        key = (cap, float(rate), self._clock)
         with self._buckets_lock:
             bucket = self._buckets.get(key)
             if bucket is None:

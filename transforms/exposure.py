@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
+from apache_beam.io.filesystems import FileSystems
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -88,9 +89,16 @@ class Exposure:
 
 
 def load_schema(path: str | Path | None = None) -> dict:
-    """Returns the parsed Avro schema at ``path``, or the shipped exposure schema."""
-    with open(path or SCHEMA_PATH, encoding="utf-8") as handle:
-        return fastavro.parse_schema(json.load(handle))
+    """Returns the parsed Avro schema at ``path``, or the shipped exposure schema.
+
+    ``path`` may be on any file system Beam knows (``gs://`` on Dataflow, where the
+    template's launcher reads it).
+    """
+    if not path:
+        with open(SCHEMA_PATH, encoding="utf-8") as handle:
+            return fastavro.parse_schema(json.load(handle))
+    with FileSystems.open(str(path), compression_type="uncompressed") as handle:
+        return fastavro.parse_schema(json.loads(handle.read()))
 
 
 def parse_message(

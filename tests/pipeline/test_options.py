@@ -354,8 +354,8 @@ def test_streaming_preview_is_an_error() -> None:
 @pytest.mark.parametrize(
     "plan, batch_size, rps, eps",
     [
-        ("starter", 10, 100 / 16, 1000 / 16),
-        ("plus", 10, 100 / 16, 1000 / 16),
+        ("starter", 10, 100, 1000),
+        ("plus", 10, 100, 1000),
         ("growth", 1000, 0, 0),
         ("enterprise", 1000, 0, 0),
     ],
@@ -387,7 +387,7 @@ def test_explicit_values_override_the_plan(plan: str) -> None:
         delivery.batch_size,
         delivery.max_requests_per_sec,
         delivery.max_events_per_sec,
-    ) == (250, 5.0, 100.0)
+    ) == (250, 40.0, 800.0)
 
 
 def test_zero_caps_override_the_starter_plan() -> None:
@@ -401,11 +401,11 @@ def test_zero_caps_override_the_starter_plan() -> None:
     assert delivery.batch_size == 10
 
 
-def test_caps_are_shared_over_the_shards() -> None:
+def test_caps_hold_per_worker_process_whatever_the_shards() -> None:
     result = config(*FILES, "--amplitude_plan=starter", "--num_shards=4")
     assert result.num_shards == 4
-    assert result.delivery.max_requests_per_sec == 25.0
-    assert result.delivery.max_events_per_sec == 250.0
+    assert result.delivery.max_requests_per_sec == 100.0
+    assert result.delivery.max_events_per_sec == 1000.0
 
 
 def test_batch_size_limit() -> None:

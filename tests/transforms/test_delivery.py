@@ -605,7 +605,7 @@ def test_the_request_rate_cap_spaces_requests_and_counts_throttling(
     assert metrics.counter("cumulativeThrottlingSeconds") == 1
 
 
-def test_the_event_rate_cap_of_a_shard_is_shared_by_the_instances_of_a_process(
+def test_the_event_rate_cap_is_shared_by_the_instances_and_shards_of_a_process(
     start_server,
 ) -> None:
     server = start_server()
@@ -618,9 +618,9 @@ def test_the_event_rate_cap_of_a_shard_is_shared_by_the_instances_of_a_process(
     _run(first, [_outbound(i) for i in range(4)])
     assert clock.sleeps == []
     _run(second, [_outbound(i) for i in range(4, 6)], shard_key=1)
-    assert clock.sleeps == []
-    _run(second, [_outbound(i) for i in range(6, 8)])
     assert clock.sleeps == [0.5]
+    _run(second, [_outbound(i) for i in range(6, 8)], shard_key=2)
+    assert clock.sleeps == [0.5, 0.5]
     assert server.accepted_count() == 8
 
 
