@@ -163,12 +163,20 @@ def _decode_json(data: bytes) -> dict:
     try:
         value = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as error:
+        # Some of json's messages end in "at" ("Unterminated string starting at").
+        message = error.msg.removesuffix(" at")
         raise InvalidExposure(
-            f"malformed JSON: {error.msg} at line {error.lineno} column {error.colno}"
+            f"malformed JSON: {message} at line {error.lineno} column {error.colno}"
         ) from None
     except InvalidExposure:
         raise
-    except (RecursionError, ValueError) as error:
+    except RecursionError:
+        raise InvalidExposure("JSON is nested too deeply") from None
+    except ValueError as error:
+        if "digits" in str(error):
+            raise InvalidExposure(
+                "a number in the message has more than 4,300 digits"
+            ) from None
         raise InvalidExposure(f"malformed JSON: {error}") from None
     if not isinstance(value, dict):
         raise InvalidExposure(
@@ -187,13 +195,14 @@ def _decode_avro(
     reader_schema = reader_schema or _shipped_schema()
     writer_schema = writer_schema or reader_schema
     resolve_to = None if writer_schema is reader_schema else reader_schema
+    if not data:
+        raise InvalidExposure("message is empty")
     stream = io.BytesIO(data)
     try:
         record = fastavro.schemaless_reader(stream, writer_schema, resolve_to)
     except Exception as error:  # fastavro raises many types on junk input.
         raise InvalidExposure(
-            f"not an Avro datum of the exposure schema: {type(error).__name__}: "
-            f"{_short(str(error))}"
+            f"not an Avro datum of the exposure schema: {_avro_failure(data, error)}"
         ) from None
     left_over = len(data) - stream.tell()
     if left_over:
@@ -204,6 +213,29 @@ def _decode_avro(
     if not isinstance(record, dict):
         raise InvalidExposure("not an Avro record")
     return record
+
+
+_AVRO_CONTAINER_MAGIC = b"Obj\x01"
+_NEGATIVE_LENGTH = re.compile(r"Expected -[0-9]+ bytes")
+
+
+def _avro_failure(data: bytes, error: Exception) -> str:
+    """fastavro's error on a bad datum, in words a publisher can act on."""
+    if data.startswith(_AVRO_CONTAINER_MAGIC):
+        return "the message is an Avro container file, not a single datum"
+    if data.lstrip()[:1] == b"{":
+        return (
+            "the message looks like JSON; publish it with the attribute "
+            "googclient_schemaencoding=JSON or use --input_format json"
+        )
+    text = str(error)
+    if isinstance(error, EOFError) and _NEGATIVE_LENGTH.search(text):
+        return "a string has a negative length"
+    if isinstance(error, EOFError) or "string index out of range" in text:
+        return "the data ends before the record is complete"
+    if "list index out of range" in text:
+        return "a union branch index is out of range"
+    return f"{type(error).__name__}: {_short(text)}"
 
 
 _SHIPPED_SCHEMA: dict | None = None
@@ -276,7 +308,7 @@ def _integer(value: Any, name: str) -> int:
         # int() refuses very long ones with a ValueError of its own.
         if len(value.lstrip("0")) > len(str(MAX_ID)):
             raise _too_large(name)
-        value = int(value)
+        value = int(value.lstrip("0") or "0")
     if not isinstance(value, int):
         raise InvalidExposure(
             f"{name} must be an integer, got {_with_article(_json_type(value))}"
