@@ -17,7 +17,6 @@ from collections.abc import Iterator
 import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.gcp.pubsub import PubsubMessage
-from transforms.delivery import DEAD_LETTER_TAG, PostToAmplitudeFn
 
 from pipeline.options import JobConfig
 from transforms import amplitude
@@ -27,6 +26,7 @@ from transforms.dead_letter import (
     to_pubsub_parts,
     without_dead_letter_attributes,
 )
+from transforms.delivery import DEAD_LETTER_TAG, PostToAmplitudeFn
 from transforms.exposure import RawMessage, load_schema
 from transforms.mapping import METRICS_NAMESPACE, ParseExposureFn, ToAmplitudeEventsFn
 from transforms.read import ReadFileMessagesFn

@@ -480,10 +480,12 @@ class PostToAmplitudeFn(beam.DoFn):
                 last_summary=summary,
             )
 
+        # A definite answer (a split, a resend, a pause) shows the service is up, so
+        # the events it sends on start their backoff schedule afresh.
         follow_ups: list[tuple[float, _Chunk]] = []
         parts = [p for p in (decision.resend_now, *decision.split) if p]
         for part in parts:
-            follow_ups.append((0.0, follow_up(part)))
+            follow_ups.append((0.0, follow_up(part, backoffs=0)))
         if parts:
             self._log_retry(chunk, summary, sum(map(len, parts)), 0.0)
         if decision.resend_after_pause:
@@ -491,7 +493,7 @@ class PostToAmplitudeFn(beam.DoFn):
             self._metrics.events_throttled.inc(count)
             pause = self._settings.throttle_pause_secs
             follow_ups.append(
-                (pause, follow_up(decision.resend_after_pause, paused=True))
+                (pause, follow_up(decision.resend_after_pause, True, backoffs=0))
             )
             self._log_retry(chunk, summary, count, pause)
         if decision.backoff:

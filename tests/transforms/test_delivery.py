@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from collections.abc import Callable, Iterator
 
@@ -425,6 +426,31 @@ def test_a_413_splits_the_batch_and_dead_letters_an_event_too_large_alone(
     assert server.stats()["by_status"]["413"] >= 3
     assert metrics.counter("dead_lettered_too_large") == 1
     assert metrics.counter("retries") == metrics.counter("requests") - 1
+
+
+class _CeilingRandom(random.Random):
+    """Draws 1.0, so each jittered wait is the ceiling of its attempt."""
+
+    def random(self) -> float:
+        return 1.0
+
+
+def test_a_definite_answer_restarts_the_backoff_schedule(
+    start_server, monkeypatch
+) -> None:
+    # 503, 503: two backoffs (ceilings 0.5 s, 1 s); then a 413 splits the batch and
+    # the halves' next 503 waits at most 0.5 s again, not 2 s.
+    monkeypatch.setattr(delivery.random, "Random", _CeilingRandom)
+    server = start_server(faults=FaultConfig(script=[503, 503, 413, 503, 200, 200]))
+    events = [_outbound(i) for i in range(4)]
+    clock = FakeClock()
+    fn = PostToAmplitudeFn(
+        _settings(server), api_key=API_KEY, clock=clock, sleep=clock.sleep
+    )
+    delivered, dead = _run(fn, events)
+    assert (sum(delivered), dead) == (4, [])
+    assert _accepted_ids(server) == _ids(events)
+    assert clock.sleeps == [0.5, 1.0, 0.5]
 
 
 def test_a_batch_over_the_size_or_count_limit_is_split_before_posting(
