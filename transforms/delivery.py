@@ -198,9 +198,9 @@ class PostToAmplitudeFn(beam.DoFn):
     Rate caps: ``settings.max_requests_per_sec`` and ``max_events_per_sec`` (0 = none)
     are the caps of one worker process. Its token buckets are shared by every
     instance and thread of the process, whatever shard key a batch has, so a process
-    stays within the caps; a job of N worker processes within N times them. Waits on the caps and on 429 pauses are counted, in
-    whole seconds, by the ``cumulativeThrottlingSeconds`` counter that Dataflow's
-    autoscaler reads.
+    stays within the caps; a job of N worker processes within N times them. Waits on
+    the caps and on 429 pauses are counted, in whole seconds, by the
+    ``cumulativeThrottlingSeconds`` counter that Dataflow's autoscaler reads.
 
     Args:
       settings: where and how to deliver.
