@@ -31,6 +31,7 @@ from apache_beam.runners.runner import PipelineResult
 
 from pipeline import graph, local_pubsub
 from pipeline.options import AmplitudeStreamOptions, JobConfig, OptionsError, resolve
+from transforms.exposure import check_writer_schema, load_schema
 from transforms.read import METRICS_NAMESPACE
 
 _LOGGER = logging.getLogger(__name__)
@@ -72,6 +73,11 @@ def run(argv: Sequence[str] | None = None) -> tuple[PipelineResult, JobConfig]:
         and not FileSystems.match([config.input_path])[0].metadata_list
     ):
         raise OptionsError(f"no file matches --input_path {config.input_path}")
+    if config.avro_schema:
+        try:
+            check_writer_schema(load_schema(config.avro_schema))
+        except (OSError, ValueError) as error:
+            raise OptionsError(f"--avro_schema {config.avro_schema}: {error}") from None
     _LOGGER.info(
         "Starting a %s run: %s, API %s, batch size %d, %d shards, buffering %.3g s, "
         "modes %s%s",

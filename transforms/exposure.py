@@ -215,6 +215,26 @@ def _decode_avro(
     return record
 
 
+def check_writer_schema(writer_schema: dict, reader_schema: dict | None = None) -> None:
+    """Refuses a writer schema that lacks a field the exposure schema requires.
+
+    Raises:
+      ValueError: naming the missing fields.
+    """
+    reader_schema = reader_schema or _shipped_schema()
+    if not isinstance(writer_schema, dict) or writer_schema.get("type") != "record":
+        raise ValueError("the Avro schema must be a record schema")
+    written = {field["name"] for field in writer_schema.get("fields", [])}
+    required = [
+        field["name"] for field in reader_schema["fields"] if "default" not in field
+    ]
+    missing = [name for name in required if name not in written]
+    if missing:
+        raise ValueError(
+            "the Avro schema lacks the exposure field(s) " + ", ".join(missing)
+        )
+
+
 _AVRO_CONTAINER_MAGIC = b"Obj\x01"
 _NEGATIVE_LENGTH = re.compile(r"Expected -[0-9]+ bytes")
 

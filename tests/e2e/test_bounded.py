@@ -278,3 +278,25 @@ def test_bad_options_fail_fast_with_a_clear_message(tmp_path):
     result = run_job("--input_path", str(tmp_path / "nothing-*.jsonl"))
     assert result.returncode == 2
     assert "no file matches --input_path" in result.stderr
+
+
+def test_an_avro_schema_without_the_exposure_fields_is_refused(tmp_path):
+    schema = tmp_path / "click.avsc"
+    schema.write_text(
+        json.dumps(
+            {
+                "type": "record",
+                "name": "Click",
+                "fields": [
+                    {"name": "visitor_code", "type": "string"},
+                    {"name": "page", "type": "string"},
+                ],
+            }
+        )
+    )
+    result = run_job("--input_path", str(SAMPLE), "--avro_schema", str(schema))
+    assert result.returncode == 2
+    assert (
+        "lacks the exposure field(s) experiment_id, variation_id, timestamp"
+        in result.stderr
+    )
