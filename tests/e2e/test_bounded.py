@@ -10,44 +10,18 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import fastavro
 import pytest
 
 from devtools.amplitude_server import AmplitudeServer, FaultConfig
+from tests.e2e.jobs import ROOT, read_dead_letters, run_job
 from transforms.exposure import load_schema
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "exposures.jsonl"
 API_KEY = "test-api-key"
-JOB_TIMEOUT_SECS = 240
-
-
-def run_job(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if k != "AMPLITUDE_API_KEY"}
-    environ.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
-        cwd=ROOT,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=JOB_TIMEOUT_SECS,
-        check=False,
-    )
-
-
-def read_dead_letters(prefix: Path) -> list[dict]:
-    records = []
-    for path in sorted(prefix.parent.glob(prefix.name + "*")):
-        records += [json.loads(line) for line in path.read_text().splitlines() if line]
-    return records
 
 
 def sample_lines() -> list[str]:

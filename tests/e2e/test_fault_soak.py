@@ -13,23 +13,19 @@ Run it with ``pytest -s`` to see the figures.
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from devtools.amplitude_server import AmplitudeServer, FaultConfig
+from tests.e2e.jobs import read_dead_letters, run_job
 from transforms.events import MappingSettings, to_amplitude_events
 from transforms.exposure import InvalidExposure, RawMessage, parse_message
 from transforms.mapping import shard_of
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "test-api-key"
 JOB_TIMEOUT_SECS = 150
 SEED = 20261204
@@ -185,13 +181,6 @@ def event_of(payload: str) -> dict | None:
     return event
 
 
-def read_dead_letters(prefix: Path) -> list[dict]:
-    records = []
-    for path in sorted(prefix.parent.glob(prefix.name + "*")):
-        records += [json.loads(line) for line in path.read_text().splitlines() if line]
-    return records
-
-
 def test_fault_soak_loses_nothing_and_duplicates_nothing(tmp_path):
     lines = soak_exposures()
     events = [event for event in map(event_of, lines) if event is not None]
@@ -210,7 +199,6 @@ def test_fault_soak_loses_nothing_and_duplicates_nothing(tmp_path):
         drop_rate=0.05,
         seed=SEED,
     )
-    environ = {k: v for k, v in os.environ.items() if k != "AMPLITUDE_API_KEY"}
     server = AmplitudeServer(
         api_keys=(API_KEY,),
         faults=faults,
@@ -219,34 +207,24 @@ def test_fault_soak_loses_nothing_and_duplicates_nothing(tmp_path):
     )
     with server:
         started = time.monotonic()
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pipeline",
-                "--input_path",
-                str(exposures),
-                "--amplitude_api_key",
-                API_KEY,
-                "--amplitude_endpoint",
-                server.url,
-                "--batch_size",
-                "50",
-                "--num_shards",
-                str(NUM_SHARDS),
-                "--throttle_pause_secs",
-                "0.2",
-                "--max_retry_secs",
-                "60",
-                "--dead_letter_path",
-                str(dead),
-            ],
-            cwd=ROOT,
-            env=environ,
-            capture_output=True,
-            text=True,
+        result = run_job(
+            "--input_path",
+            str(exposures),
+            "--amplitude_api_key",
+            API_KEY,
+            "--amplitude_endpoint",
+            server.url,
+            "--batch_size",
+            "50",
+            "--num_shards",
+            str(NUM_SHARDS),
+            "--throttle_pause_secs",
+            "0.2",
+            "--max_retry_secs",
+            "60",
+            "--dead_letter_path",
+            str(dead),
             timeout=JOB_TIMEOUT_SECS,
-            check=False,
         )
         elapsed = time.monotonic() - started
         accepted = server.accepted_events()
