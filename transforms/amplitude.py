@@ -233,6 +233,7 @@ class Decision:
       resend_after_pause: throttled events, to send again after the throttle pause.
       split: parts to send again separately (the halves of a too-large request).
       backoff: events to send again after the jittered exponential backoff.
+      eps_threshold: the events per second per id that a 429 names, when it does.
     """
 
     status: int | None
@@ -243,6 +244,46 @@ class Decision:
     resend_after_pause: tuple[int, ...] = ()
     split: tuple[tuple[int, ...], ...] = ()
     backoff: tuple[int, ...] = ()
+    eps_threshold: float | None = None
+
+
+# Share of a 429's per-id rate that one wave of resent events uses: Amplitude averages
+# the rate over a window, so waves at the full rate would graze the threshold.
+THROTTLE_WAVE_SHARE = 0.8
+
+
+def throttle_waves(
+    events: Sequence[Mapping], indexes: Sequence[int], eps_threshold: float | None
+) -> list[tuple[int, ...]]:
+    """Spreads throttled events into waves, one second apart, of at most
+    ``THROTTLE_WAVE_SHARE`` of ``eps_threshold`` events per ``device_id`` and per
+    ``user_id``.
+
+    A request that carries more events of one id than Amplitude's per-id threshold is
+    throttled however long it waits; resending it in such waves lets it through. An
+    id's events keep their order across waves. Without a threshold: one wave.
+    """
+    if not indexes:
+        return []
+    if not eps_threshold or eps_threshold < 1:
+        return [tuple(indexes)]
+    limit = max(1, int(eps_threshold * THROTTLE_WAVE_SHARE))
+    seen: dict[tuple[str, object], int] = {}
+    waves: list[list[int]] = []
+    for index in indexes:
+        event = events[index]
+        keys = [
+            ("device_id", event.get("device_id")),
+            ("user_id", event.get("user_id")),
+        ]
+        keys = [key for key in keys if key[1] is not None]
+        wave = max((seen.get(key, 0) for key in keys), default=0) // limit
+        for key in keys:
+            seen[key] = seen.get(key, 0) + 1
+        while len(waves) <= wave:
+            waves.append([])
+        waves[wave].append(index)
+    return [tuple(wave) for wave in waves if wave]
 
 
 def backoff_ceiling_secs(attempt: int) -> float:
@@ -448,10 +489,17 @@ def _throttled(
         Rejection(tuple(indexes), DAILY_QUOTA, reason)
         for reason, indexes in quota_reasons.items()
     )
+    threshold = fields.get("eps_threshold")
+    valid_threshold = (
+        isinstance(threshold, (int, float))
+        and not isinstance(threshold, bool)
+        and threshold > 0
+    )
     return Decision(
         status,
         summary,
         rejected=rejected,
         resend_now=tuple(others),
         resend_after_pause=tuple(paused),
+        eps_threshold=float(threshold) if valid_threshold else None,
     )

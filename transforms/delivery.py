@@ -492,9 +492,14 @@ class PostToAmplitudeFn(beam.DoFn):
             count = len(decision.resend_after_pause)
             self._metrics.events_throttled.inc(count)
             pause = self._settings.throttle_pause_secs
-            follow_ups.append(
-                (pause, follow_up(decision.resend_after_pause, True, backoffs=0))
+            # Waves one second apart, each within the per-id rate the 429 names.
+            waves = amplitude.throttle_waves(
+                [state.events[p].event for p in positions],
+                decision.resend_after_pause,
+                decision.eps_threshold,
             )
+            for number, wave in enumerate(waves):
+                follow_ups.append((pause + number, follow_up(wave, True, backoffs=0)))
             self._log_retry(chunk, summary, count, pause)
         if decision.backoff:
             backoffs = chunk.backoffs + 1

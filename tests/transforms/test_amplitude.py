@@ -726,3 +726,32 @@ def test_decide_makes_progress_on_every_400_and_429(count: int, body: dict) -> N
     for status in (400, 429):
         decision = decide(status, body, _events(count))
         assert len(decision.resend_now) < count
+
+
+def test_throttle_waves_keep_each_id_within_the_threshold_and_in_order() -> None:
+    events = [{"device_id": "a"}] * 5 + [{"device_id": "b", "user_id": "u"}] * 2
+    events += [{"device_id": "c", "user_id": "u"}] * 2
+    waves = amplitude.throttle_waves(events, list(range(9)), 2.5)  # 2 per wave
+    assert waves == [(0, 1, 5, 6), (2, 3, 7, 8), (4,)]
+    assert amplitude.throttle_waves(events, [0, 1, 2], 1.0) == [(0,), (1,), (2,)]
+
+
+def test_throttle_waves_without_a_threshold_are_one_wave() -> None:
+    events = [{"device_id": "a"}] * 3
+    assert amplitude.throttle_waves(events, [0, 2], None) == [(0, 2)]
+    assert amplitude.throttle_waves(events, [], 30.0) == []
+
+
+def test_a_429_carries_its_eps_threshold() -> None:
+    events = [{"device_id": "a"}, {"device_id": "b"}]
+    body = {
+        "code": 429,
+        "error": "Too many requests for some devices and users",
+        "eps_threshold": 30,
+        "throttled_devices": {"a": 31},
+        "throttled_events": [0],
+    }
+    decision = amplitude.decide(429, body, events)
+    assert (decision.resend_after_pause, decision.resend_now) == ((0,), (1,))
+    assert decision.eps_threshold == 30.0
+    assert amplitude.decide(429, {"eps_threshold": True}, events).eps_threshold is None
