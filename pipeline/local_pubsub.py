@@ -118,3 +118,56 @@ def uninstall_fast_local_pull() -> None:
         if _original is not None:
             transform_evaluator._PubSubReadEvaluator._get_subscriber_client = _original
             _original = None
+
+
+class MissingPubSubResource(ValueError):
+    """A topic or subscription the job needs does not exist or cannot be reached."""
+
+
+def check_resources(
+    input_subscription: str | None,
+    input_topic: str | None,
+    dead_letter_topic: str | None,
+    timeout_secs: float = 10.0,
+) -> None:
+    """Checks before a local run that the job's topics and subscription exist.
+
+    The DirectRunner acknowledges each message as soon as it reads it, so a run that
+    reads and then fails on a missing dead-letter topic has lost what it read; a
+    missing subscription would end in a raw traceback. On Dataflow a failing publish
+    is retried and loses nothing, and the launcher may lack the right to look, so
+    the job checks only on local runners.
+
+    Raises:
+      MissingPubSubResource: naming what is missing or why it cannot be checked.
+    """
+    from google.api_core import exceptions
+    from google.cloud import pubsub
+
+    publisher = pubsub.PublisherClient()
+    subscriber = pubsub.SubscriberClient()
+    checks = [
+        ("--input_subscription", input_subscription, "subscription"),
+        ("--input_topic", input_topic, "topic"),
+        ("--dead_letter_topic", dead_letter_topic, "topic"),
+    ]
+    try:
+        for option, name, kind in checks:
+            if not name:
+                continue
+            try:
+                if kind == "subscription":
+                    subscriber.get_subscription(subscription=name, timeout=timeout_secs)
+                else:
+                    publisher.get_topic(topic=name, timeout=timeout_secs)
+            except exceptions.NotFound:
+                raise MissingPubSubResource(
+                    f"{option} {name} does not exist; create it first"
+                ) from None
+            except (exceptions.GoogleAPICallError, exceptions.RetryError) as error:
+                raise MissingPubSubResource(
+                    f"could not check {option} {name}: {type(error).__name__} "
+                    "(is PUBSUB_EMULATOR_HOST set and the emulator running?)"
+                ) from None
+    finally:
+        subscriber.close()

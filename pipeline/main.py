@@ -30,7 +30,13 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.runner import PipelineResult
 
 from pipeline import graph, local_pubsub
-from pipeline.options import AmplitudeStreamOptions, JobConfig, OptionsError, resolve
+from pipeline.options import (
+    AmplitudeStreamOptions,
+    JobConfig,
+    OptionsError,
+    resolve,
+    unknown_arguments,
+)
 from transforms.exposure import check_writer_schema, load_schema
 from transforms.read import METRICS_NAMESPACE
 
@@ -57,6 +63,11 @@ def help_parser() -> argparse.ArgumentParser:
 def run(argv: Sequence[str] | None = None) -> tuple[PipelineResult, JobConfig]:
     """Builds and starts the job; returns at once with its result and configuration."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    unknown = unknown_arguments(argv)
+    if unknown:
+        raise OptionsError(
+            f"unknown argument(s): {', '.join(unknown)}; see python -m pipeline --help"
+        )
     options = PipelineOptions(argv)
     config = resolve(options)
     standard = options.view_as(StandardOptions)
@@ -68,6 +79,14 @@ def run(argv: Sequence[str] | None = None) -> tuple[PipelineResult, JobConfig]:
         # The DirectRunner's Pub/Sub pull blocks ~30 s on an idle subscription, during
         # which no batching timer fires; short pulls keep partial batches on time.
         local_pubsub.install_fast_local_pull()
+        try:
+            local_pubsub.check_resources(
+                config.input_subscription,
+                config.input_topic,
+                config.dead_letter_topic,
+            )
+        except local_pubsub.MissingPubSubResource as error:
+            raise OptionsError(str(error)) from None
     if (
         config.input_path
         and not FileSystems.match([config.input_path])[0].metadata_list

@@ -11,12 +11,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import os
 import re
+import urllib.parse
+from collections.abc import Sequence
 
 from apache_beam.options.pipeline_options import (
     PipelineOptions,
     StandardOptions,
+    _BeamArgumentParser,
 )
 
 from transforms import amplitude
@@ -58,17 +62,58 @@ def str_to_bool(value: str | bool) -> bool:
 
 
 def _positive_int(value: str) -> int:
-    number = int(value)
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number >= 1, got {value!r}"
+        ) from None
     if number < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
     return number
 
 
+def _number(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {value}")
+    return number
+
+
 def _non_negative_float(value: str) -> float:
-    number = float(value)
-    if not number >= 0:
+    number = _number(value)
+    if number < 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
     return number
+
+
+def _positive_float(value: str) -> float:
+    number = _number(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
+    return number
+
+
+def unknown_arguments(argv: Sequence[str]) -> list[str]:
+    """What in ``argv`` neither this job nor Beam knows, named without values.
+
+    Beam warns about such arguments with their values and goes on; a mistyped
+    ``--amplitude_api_key`` would then print the key and run as a preview.
+    """
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        cls._add_argparse_args(parser)
+    _, unknown = parser.parse_known_args(list(argv))
+    named = []
+    for position, argument in enumerate(unknown):
+        if argument.startswith("-"):
+            named.append(argument.split("=", 1)[0])
+        elif position == 0 or not unknown[position - 1].startswith("-"):
+            named.append("a value with no option before it (not shown)")
+    return named
 
 
 class AmplitudeStreamOptions(PipelineOptions):
@@ -167,7 +212,7 @@ class AmplitudeStreamOptions(PipelineOptions):
         )
         delivery.add_argument(
             "--max_buffering_secs",
-            type=_non_negative_float,
+            type=_positive_float,
             default=DEFAULT_MAX_BUFFERING_SECS,
             help="Longest time in seconds a partial batch waits for more events. "
             "Default: 1.",
@@ -303,6 +348,9 @@ def resolve(options: PipelineOptions, environ: dict | None = None) -> JobConfig:
             f"--input_topic (Pub/Sub); got {len(sources)}"
         )
     streaming = not job.input_path
+    if job.input_path and "://" not in job.input_path:
+        # Beam's local file system matches a glob only with a folder part.
+        job.input_path = os.path.abspath(job.input_path)
     if job.input_subscription and not SUBSCRIPTION_PATTERN.match(
         job.input_subscription
     ):
@@ -331,7 +379,14 @@ def resolve(options: PipelineOptions, environ: dict | None = None) -> JobConfig:
             "--amplitude_api_key_secret must look like "
             "projects/P/secrets/S/versions/V (V may be latest)"
         )
+    if api_key_option is not None and not api_key_option.strip():
+        raise OptionsError(
+            "--amplitude_api_key is empty (an unset shell variable?); give the key, "
+            "or leave the option out for a preview"
+        )
     api_key = api_key_option or (None if secret else environ.get(API_KEY_ENV) or None)
+    # Keys are copied from consoles with stray white space; Amplitude would refuse it.
+    api_key = api_key.strip() if api_key else api_key
     runner = (standard.runner or "").lower()
     if api_key and "dataflow" in runner:
         raise OptionsError(
@@ -384,8 +439,18 @@ def resolve(options: PipelineOptions, environ: dict | None = None) -> JobConfig:
         )
     except ValueError as error:
         raise OptionsError(str(error)) from None
-    if job.amplitude_endpoint and not re.match(r"^https?://", job.amplitude_endpoint):
-        raise OptionsError("--amplitude_endpoint must be an http:// or https:// URL")
+    if job.amplitude_endpoint:
+        endpoint = urllib.parse.urlsplit(job.amplitude_endpoint)
+        if (
+            endpoint.scheme not in ("http", "https")
+            or not endpoint.hostname
+            or endpoint.query
+            or endpoint.fragment
+        ):
+            raise OptionsError(
+                "--amplitude_endpoint must be an http:// or https:// URL with a host "
+                "and no query or fragment, e.g. http://127.0.0.1:8080"
+            )
     delivery = amplitude.DeliverySettings(
         url=url,
         api=job.amplitude_api,

@@ -265,7 +265,7 @@ class PostToAmplitudeFn(beam.DoFn):
                     "each batch will retry reading it within its retry budget",
                     type(error).__name__,
                 )
-        _LOGGER.info(
+        _LOGGER.debug(
             "Delivering to %s (%s API): batches of up to %d events, retries within "
             "%g s, caps %g requests/s and %g events/s per process (0 = none)",
             self._settings.url,
@@ -520,9 +520,9 @@ class PostToAmplitudeFn(beam.DoFn):
 
     def _log_retry(self, chunk: _Chunk, summary: str, count: int, wait: float) -> None:
         _LOGGER.warning(
-            "Amplitude answered %s on attempt %d; resending %d events in %.1f s",
-            summary,
+            "Attempt %d to Amplitude: %s; resending %d events in %.1f s",
             chunk.attempts,
+            summary,
             count,
             wait,
         )

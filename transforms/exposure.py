@@ -433,6 +433,10 @@ def _parse_session_id(fields: Mapping[str, Any]) -> int | None:
     return session_id
 
 
+# Amplitude's limit for a string value; the readable keys become event properties.
+MAX_STRING_LENGTH = 1024
+
+
 def _optional_string(fields: Mapping[str, Any], name: str) -> str | None:
     value = fields.get(name)
     if value is None or value == "":
@@ -442,6 +446,11 @@ def _optional_string(fields: Mapping[str, Any], name: str) -> str | None:
             f"{name} must be a string, got {_with_article(_json_type(value))}"
         )
     _check_unicode(value, name)
+    if len(value) > MAX_STRING_LENGTH and name in ("experiment_key", "variation_key"):
+        raise InvalidExposure(
+            f"{name} has {len(value)} characters; Amplitude allows at most "
+            f"{MAX_STRING_LENGTH:,} in a property value"
+        )
     return value
 
 

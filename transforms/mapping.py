@@ -46,6 +46,17 @@ class ParseExposureFn(beam.DoFn):
         )
 
     def process(self, message: RawMessage) -> Iterator:
+        if message.payload_encoding == "path":
+            # A read dead letter fed back: it names a file, it is no exposure.
+            self._rejected.inc()
+            reason = (
+                "this dead letter names a file that could not be read; run the job "
+                "with --input_path on that file once it is fixed"
+            )
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER_TAG, make_dead_letter(message, "read", reason)
+            )
+            return
         input_format = (
             "json" if message.payload_encoding == "json" else self._input_format
         )

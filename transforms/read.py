@@ -7,12 +7,14 @@ messages their records kept. A file that cannot be read yields one dead letter
 (stage ``read``) that names it, and the job goes on with the other files.
 """
 
+import gzip
 import json
 import logging
 from collections.abc import Iterator
 
 import apache_beam as beam
 import fastavro
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.dead_letter import (
@@ -30,6 +32,18 @@ METRICS_NAMESPACE = "kameleoon_amplitude"
 
 def is_avro_file(path: str) -> bool:
     return path.lower().endswith(".avro")
+
+
+def _open_lines(path: str):
+    """Opens a lines file, decompressing by extension.
+
+    Gzip goes through Python's own reader, which raises on a file cut short; Beam's
+    decompressor would end such a file early without a word.
+    """
+    if path.lower().endswith(".gz"):
+        raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    return FileSystems.open(path)
 
 
 class ReadFileMessagesFn(beam.DoFn):
@@ -81,7 +95,7 @@ class ReadFileMessagesFn(beam.DoFn):
         self._messages.inc(count)
 
     def _lines(self, path: str) -> Iterator:
-        with FileSystems.open(path) as handle:
+        with _open_lines(path) as handle:
             # Compressed files offer readline() but no iteration.
             for raw in iter(handle.readline, b""):
                 line = raw.rstrip(b"\r\n")

@@ -24,7 +24,7 @@ import pytest
 from devtools.amplitude_server import AmplitudeServer
 from pipeline import local_pubsub
 from pipeline.main import run
-from pipeline.options import JobConfig
+from pipeline.options import JobConfig, OptionsError
 from tests.e2e.emulator import PubSubScratch, emulator_host
 from transforms.events import to_amplitude_events
 from transforms.exposure import RawMessage, parse_message
@@ -218,3 +218,32 @@ def test_a_fixed_dead_letter_fed_back_is_delivered(
     assert wanted <= wait_until_accepted(amplitude, wanted)
     assert amplitude.accepted_count() == len(fixed)
     assert scratch.pull_dead_letters(1, timeout=NO_MORE_DEAD_LETTERS_SECS) == []
+
+
+def test_a_missing_dead_letter_topic_is_refused_before_anything_is_read(
+    scratch: PubSubScratch, amplitude: AmplitudeServer
+) -> None:
+    # Locally each message is acknowledged as it is read: a job that read and then
+    # failed to publish a dead letter would have lost what it read.
+    missing = f"projects/{scratch.project}/topics/no-such-dead-letter-topic"
+    with pytest.raises(OptionsError, match="--dead_letter_topic .* does not exist"):
+        run(
+            [
+                f"--input_subscription={scratch.input_subscription}",
+                f"--dead_letter_topic={missing}",
+                f"--amplitude_api_key={API_KEY}",
+                f"--amplitude_endpoint={amplitude.url}",
+                "--runner=BundleBasedDirectRunner",
+            ]
+        )
+    missing_subscription = f"projects/{scratch.project}/subscriptions/no-such-input"
+    with pytest.raises(OptionsError, match="--input_subscription .* does not exist"):
+        run(
+            [
+                f"--input_subscription={missing_subscription}",
+                f"--dead_letter_topic={scratch.dead_letter_topic}",
+                f"--amplitude_api_key={API_KEY}",
+                f"--amplitude_endpoint={amplitude.url}",
+                "--runner=BundleBasedDirectRunner",
+            ]
+        )

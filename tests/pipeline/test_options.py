@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import pytest
@@ -46,8 +47,10 @@ def error(*flags: str, environ: dict | None = None) -> str:
 def test_bounded_run_defaults() -> None:
     result = config(*FILES)
     assert result.streaming is False
+    # A relative glob is made absolute: Beam's local file system matches a glob
+    # only with a folder part.
     assert (result.input_path, result.input_subscription, result.input_topic) == (
-        "samples/*.jsonl",
+        os.path.abspath("samples/*.jsonl"),
         None,
         None,
     )
@@ -282,7 +285,9 @@ def test_plain_key_is_removed_from_the_options(flags: list) -> None:
     assert KEY not in repr(result)
     assert KEY not in str(result)
     assert KEY.encode() not in pickle.dumps(opts)
-    assert opts.view_as(AmplitudeStreamOptions).input_path == "samples/*.jsonl"
+    assert opts.view_as(AmplitudeStreamOptions).input_path == os.path.abspath(
+        "samples/*.jsonl"
+    )
 
 
 def test_plain_key_is_removed_even_when_the_options_are_rejected() -> None:
@@ -480,9 +485,12 @@ def test_url(flags: list, url: str) -> None:
 
 
 def test_endpoint_must_be_a_url() -> None:
-    assert error(*FILES, "--amplitude_endpoint=localhost:8080") == (
-        "--amplitude_endpoint must be an http:// or https:// URL"
+    message = (
+        "--amplitude_endpoint must be an http:// or https:// URL with a host and no "
+        "query or fragment, e.g. http://127.0.0.1:8080"
     )
+    for endpoint in ("localhost:8080", "http://", "http://127.0.0.1:1/?x=1", "ftp://h"):
+        assert error(*FILES, f"--amplitude_endpoint={endpoint}") == message
 
 
 def test_retry_buffering_and_min_id_length() -> None:
@@ -518,7 +526,7 @@ def test_visitor_code_as_user_id(flags: list, expected: bool) -> None:
 def test_boolean_flag_does_not_swallow_the_next_flag() -> None:
     result = config("--visitor_code_as_user_id", *FILES)
     assert result.mapping.visitor_code_as_user_id is True
-    assert result.input_path == "samples/*.jsonl"
+    assert result.input_path == os.path.abspath("samples/*.jsonl")
 
 
 @pytest.mark.parametrize(

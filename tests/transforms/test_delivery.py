@@ -248,7 +248,10 @@ def test_a_503_is_retried_after_a_backoff_and_delivered_once(
     assert metrics.counter("events_delivered") == 4
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert "503 Service unavailable on attempt 1; resending 4 events" in warnings[0]
+    assert (
+        "Attempt 1 to Amplitude: 503 Service unavailable; resending 4 events"
+        in (warnings[0])
+    )
 
 
 def test_when_the_budget_runs_out_the_batch_is_dead_lettered_with_the_last_status(

@@ -857,3 +857,20 @@ def test_corrupted_avro_datums_parse_or_are_rejected(data: bytes, cut: int) -> N
     position = cut % len(datum)
     datum[position : position + len(data)] = data
     _parses_or_rejects(bytes(datum), "avro")
+
+
+@pytest.mark.parametrize("field", ["experiment_key", "variation_key"])
+def test_readable_keys_longer_than_amplitude_allows_are_refused(field: str) -> None:
+    fields = {
+        "visitor_code": "visitor-0001",
+        "experiment_id": 1,
+        "variation_id": 0,
+        "timestamp": 1_796_402_460_000,
+    }
+    assert exposure_from_fields({**fields, field: "k" * 1024}) is not None
+    with pytest.raises(InvalidExposure) as refused:
+        exposure_from_fields({**fields, field: "k" * 1025})
+    assert refused.value.reason == (
+        f"{field} has 1025 characters; Amplitude allows at most 1,024 in a property "
+        "value"
+    )
