@@ -643,12 +643,30 @@ def _cmd_republish(args: argparse.Namespace) -> int:
     publisher = publisher_client()
     subscription = subscription_path(args.project, args.subscription)
     topic = topic_path(args.project, args.topic)
-    count = 0
+    stages = {stage.strip() for stage in args.stages.split(",") if stage.strip()}
+    # Only dead letters that failed before this command started are moved: one that
+    # fails again while the job runs comes back with a later failed_at, and moving
+    # it again would loop.
+    started = (
+        datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[
+            :-3
+        ]
+        + "Z"
+    )
+    count = skipped = 0
+    seen: set[str] = set()
     try:
         for received in drain_subscription(
             subscriber, subscription, max_messages=args.max, timeout=args.timeout
         ):
             message = received.message
+            attributes = dict(message.attributes)
+            if message.message_id in seen or attributes.get("failed_at", "") >= started:
+                break
+            seen.add(message.message_id)
+            if attributes.get("stage") not in stages:
+                skipped += 1
+                continue
             # The dead-letter attributes stay: the job ignores them on input.
             publisher.publish(
                 topic, bytes(message.data), **dict(message.attributes)
@@ -658,7 +676,10 @@ def _cmd_republish(args: argparse.Namespace) -> int:
     finally:
         subscriber.close()
         publisher.transport.close()
-    _print(f"republished {count} messages from {subscription} to {topic}")
+    _print(
+        f"republished {count} messages from {subscription} to {topic}; left "
+        f"{skipped} of other stages"
+    )
     return 0
 
 
@@ -753,6 +774,12 @@ def _parser() -> argparse.ArgumentParser:
     republish.add_argument("--topic", default=INPUT_TOPIC)
     republish.add_argument("--max", type=int, default=None, help="at most N messages")
     republish.add_argument("--timeout", type=float, default=60.0)
+    republish.add_argument(
+        "--stages",
+        default="deliver",
+        help="comma-separated dead-letter stages to move (default: deliver; parse "
+        "and map dead letters fail again unless their payload is corrected first)",
+    )
     republish.set_defaults(func=_cmd_republish)
     return parser
 

@@ -358,6 +358,8 @@ class PostToAmplitudeFn(beam.DoFn):
             ready_at, _, chunk = heapq.heappop(queue)
             wait = ready_at - self._clock()
             if wait > 0:
+                # TODO(#3): waits block this thread, so a batch in backoff or in a 429
+                # pause delays the batches queued behind it; timers would free it.
                 self._sleep(wait)
                 if chunk.paused:
                     self._add_throttling(wait)
