@@ -255,7 +255,7 @@ THROTTLE_WAVE_SHARE = 0.8
 def throttle_waves(
     events: Sequence[Mapping], indexes: Sequence[int], eps_threshold: float | None
 ) -> list[tuple[int, ...]]:
-    """Spreads throttled events into waves, one second apart, of at most
+    """Spreads throttled events into waves, one throttle pause apart, of at most
     ``THROTTLE_WAVE_SHARE`` of ``eps_threshold`` events per ``device_id`` and per
     ``user_id``.
 

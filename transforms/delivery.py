@@ -494,14 +494,18 @@ class PostToAmplitudeFn(beam.DoFn):
             count = len(decision.resend_after_pause)
             self._metrics.events_throttled.inc(count)
             pause = self._settings.throttle_pause_secs
-            # Waves one second apart, each within the per-id rate the 429 names.
+            # Waves one pause apart, each within the per-id rate the 429 names:
+            # Amplitude asks to pause a throttled id before it sends again, and a
+            # wave sent sooner is throttled again and weighs on the next one.
             waves = amplitude.throttle_waves(
                 [state.events[p].event for p in positions],
                 decision.resend_after_pause,
                 decision.eps_threshold,
             )
             for number, wave in enumerate(waves):
-                follow_ups.append((pause + number, follow_up(wave, True, backoffs=0)))
+                follow_ups.append(
+                    (pause * (number + 1), follow_up(wave, True, backoffs=0))
+                )
             self._log_retry(chunk, summary, count, pause)
         if decision.backoff:
             backoffs = chunk.backoffs + 1
