@@ -19,16 +19,17 @@ from apache_beam.io import fileio
 from apache_beam.io.gcp.pubsub import PubsubMessage
 
 from pipeline.options import JobConfig
-from transforms import amplitude
+from transforms import METRICS_NAMESPACE, amplitude
 from transforms.dead_letter import (
+    DEAD_LETTER_TAG,
     DeadLetter,
     to_json_line,
     to_pubsub_parts,
     without_dead_letter_attributes,
 )
-from transforms.delivery import DEAD_LETTER_TAG, PostToAmplitudeFn
+from transforms.delivery import PostToAmplitudeFn
 from transforms.exposure import RawMessage, load_schema
-from transforms.mapping import METRICS_NAMESPACE, ParseExposureFn, ToAmplitudeEventsFn
+from transforms.mapping import ParseExposureFn, ToAmplitudeEventsFn
 from transforms.read import ReadFileMessagesFn
 
 _LOGGER = logging.getLogger(__name__)

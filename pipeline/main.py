@@ -37,8 +37,8 @@ from pipeline.options import (
     resolve,
     unknown_arguments,
 )
+from transforms import METRICS_NAMESPACE
 from transforms.exposure import check_writer_schema, load_schema
-from transforms.read import METRICS_NAMESPACE
 
 _LOGGER = logging.getLogger(__name__)
 

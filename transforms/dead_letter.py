@@ -22,6 +22,8 @@ from transforms.exposure import RawMessage
 _LOGGER = logging.getLogger(__name__)
 
 STAGES = ("read", "parse", "map", "deliver")
+# The tag of every step's dead-letter output.
+DEAD_LETTER_TAG = "dead_letter"
 MAX_REASON_BYTES = 1000
 # Attributes the job sets on a dead-letter message; ignored when it is read back.
 DEAD_LETTER_ATTRIBUTES = ("stage", "reason", "status", "failed_at")

@@ -31,9 +31,15 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils.secret import GcpSecret
 from requests.adapters import HTTPAdapter
 
-from transforms import amplitude
+from transforms import METRICS_NAMESPACE, amplitude
 from transforms.amplitude import Decision, DeliverySettings
-from transforms.dead_letter import MASK, DeadLetter, clean_reason, make_dead_letter
+from transforms.dead_letter import (
+    DEAD_LETTER_TAG,
+    MASK,
+    DeadLetter,
+    clean_reason,
+    make_dead_letter,
+)
 from transforms.events import OutboundEvent
 
 _LOGGER = logging.getLogger(__name__)
@@ -46,8 +52,6 @@ __all__ = [
     "PostToAmplitudeFn",
 ]
 
-DEAD_LETTER_TAG = "dead_letter"
-METRICS_NAMESPACE = "kameleoon_amplitude"
 # Dataflow's autoscaler reads a counter of this exact name as a sign of backpressure.
 THROTTLING_COUNTER = "cumulativeThrottlingSeconds"
 _STAGE = "deliver"

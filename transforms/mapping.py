@@ -10,14 +10,12 @@ from collections.abc import Iterator
 
 import apache_beam as beam
 
-from transforms.dead_letter import make_dead_letter
+from transforms import METRICS_NAMESPACE
+from transforms.dead_letter import DEAD_LETTER_TAG, make_dead_letter
 from transforms.events import MappingSettings, OutboundEvent, to_amplitude_events
 from transforms.exposure import InvalidExposure, RawMessage, parse_message
 
 _LOGGER = logging.getLogger(__name__)
-
-DEAD_LETTER_TAG = "dead_letter"
-METRICS_NAMESPACE = "kameleoon_amplitude"
 
 
 class ParseExposureFn(beam.DoFn):

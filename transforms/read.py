@@ -17,7 +17,9 @@ import fastavro
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from transforms import METRICS_NAMESPACE
 from transforms.dead_letter import (
+    DEAD_LETTER_TAG,
     InvalidDeadLetterRecord,
     make_dead_letter,
     message_from_record_line,
@@ -25,9 +27,6 @@ from transforms.dead_letter import (
 from transforms.exposure import RawMessage
 
 _LOGGER = logging.getLogger(__name__)
-
-DEAD_LETTER_TAG = "dead_letter"
-METRICS_NAMESPACE = "kameleoon_amplitude"
 
 
 def is_avro_file(path: str) -> bool:
